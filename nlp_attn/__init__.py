@@ -4,11 +4,42 @@ Importing the package registers our layers with Keras, so `.keras` files that us
 them load with no `custom_objects`.
 """
 
+import contextlib
+import importlib.util
 import os
+import sys
 
-# TensorFlow prints start-up lines (CPU features, missing CUDA) at import time;
-# keep them off the terminal unless the user asked for them.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Hides the lines TensorFlow's C++ core prints while it is first imported.
+
+    They (missing CUDA drivers, CPU features) are written straight to file
+    descriptor 2 before any logging setting applies. Python exceptions are not
+    affected: they are raised after the descriptor is restored. Users who set
+    `TF_CPP_MIN_LOG_LEVEL` themselves see everything.
+    """
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+        yield
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+# The layers use only keras.ops and also run where TensorFlow is not installed
+# (the JAX and PyTorch backends); the application itself needs TensorFlow.
+if importlib.util.find_spec("tensorflow") is not None:
+    with _quiet_native_stderr():
+        import tensorflow  # noqa: F401  (first, so its start-up lines are hidden)
 
 from nlp_attn import layers  # noqa: E402  (registers the layers with Keras)
 

@@ -218,7 +218,6 @@ def _quiet_tensorflow(debug: bool) -> None:
     """Keeps TensorFlow's start-up log lines off the user's terminal."""
     if debug:
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     logging.getLogger("absl").setLevel(logging.ERROR)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
