@@ -19,7 +19,7 @@ class MaskedMaxPooling(keras.layers.Layer):
     Example:
 
     >>> x = keras.ops.ones((2, 5, 4))
-    >>> MaskedMaxPooling()(x).shape
+    >>> tuple(MaskedMaxPooling()(x).shape)
     (2, 4)
     """
 
