@@ -65,11 +65,14 @@ class AuditReport:
         model: Name of the audited model.
         checked: Number of trainable variables whose gradients were checked.
         findings: The problems found, empty when the model is clean.
+        expected: Findings that follow from the model's mathematics and cost
+            nothing (see `_is_inherent`); listed, but they do not make it unclean.
     """
 
     model: str
     checked: int
     findings: list[Finding] = dataclasses.field(default_factory=list)
+    expected: list[Finding] = dataclasses.field(default_factory=list)
 
     @property
     def clean(self) -> bool:
@@ -83,17 +86,18 @@ class AuditReport:
             f"{self.checked} trainable variables checked"
         )
         if self.clean:
-            return (
-                f"{heading}.\nclean: every variable read in the forward pass is "
-                "tracked, receives a gradient and changes after one optimizer step."
-            )
-        count = len(self.findings)
-        lines = [f"{heading}, {count} finding{'s' if count > 1 else ''}:"]
-        for finding in self.findings:
-            lines.append(
-                f"  [{finding.kind}] layer '{finding.layer}', variable "
-                f"'{finding.variable}': {finding.message}"
-            )
+            lines = [
+                f"{heading}.",
+                "clean: every variable read in the forward pass is tracked, "
+                "receives a gradient and changes after one optimizer step.",
+            ]
+        else:
+            count = len(self.findings)
+            lines = [f"{heading}, {count} finding{'s' if count > 1 else ''}:"]
+            lines += [_finding_line(finding) for finding in self.findings]
+        if self.expected:
+            lines.append("expected, and harmless:")
+            lines += [_finding_line(finding) for finding in self.expected]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -160,7 +164,30 @@ def audit(model, inputs, targets=None, loss=None, *, training=False) -> AuditRep
         for variable, value in zip(variables, saved_values, strict=True):
             variable.assign(value)
 
-    return AuditReport(model=model.name, checked=len(trainable), findings=findings)
+    return AuditReport(
+        model=model.name,
+        checked=len(trainable),
+        findings=[finding for finding in findings if not _is_inherent(finding)],
+        expected=[finding for finding in findings if _is_inherent(finding)],
+    )
+
+
+def _is_inherent(finding: Finding) -> bool:
+    """True for a finding the mathematics of a standard layer makes harmless.
+
+    The one case: the key projection's bias in dot-product attention (keras'
+    `MultiHeadAttention`, inside keras-hub's `TransformerEncoder`). It adds the
+    same amount to every key's score for a query, and the softmax over keys
+    ignores such a shift, so its gradient is zero by construction.
+    """
+    return finding.kind == "zero_gradient" and finding.variable.endswith("/key/bias")
+
+
+def _finding_line(finding: Finding) -> str:
+    return (
+        f"  [{finding.kind}] layer '{finding.layer}', variable "
+        f"'{finding.variable}': {finding.message}"
+    )
 
 
 def _underlying(variable):

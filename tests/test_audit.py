@@ -301,3 +301,23 @@ def test_report_format_lists_every_finding():
     assert "[untracked]" in lines[1] and "'w:0'" in lines[1]
     assert "[no_gradient]" in lines[2] and "'dense/bias'" in lines[2]
     assert set(KINDS) >= {finding.kind for finding in report.findings}
+
+
+def test_transformer_key_bias_is_expected_not_a_problem():
+    import keras_hub
+
+    token_ids = keras.Input(shape=(None,), dtype="int32")
+    x = keras.layers.Embedding(50, 8, mask_zero=True)(token_ids)
+    x = keras_hub.layers.TransformerEncoder(intermediate_dim=16, num_heads=2)(x)
+    x = WeightedSumAttention()(x)
+    logits = Kernel(2)(x)
+    model = keras.Model(token_ids, logits)
+    inputs = np.array([[3, 4, 5, 0], [6, 7, 0, 0]], dtype="int32")
+
+    report = audit(model, inputs, np.array([0, 1]))
+
+    assert report.clean, report.format()
+    assert [finding.variable.rsplit("/", 2)[-2:] for finding in report.expected] == [
+        ["key", "bias"]
+    ]
+    assert "expected, and harmless" in report.format()
