@@ -119,7 +119,9 @@ def _add_command(commands, name: str, help_text: str, handler: Callable):
 
 
 def _add_config_arguments(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--config", help="a YAML config (default: configs/default.yaml)")
+    command.add_argument(
+        "--config", help="a YAML config (default: configs/default.yaml)"
+    )
     command.add_argument(
         "--set",
         dest="overrides",
@@ -210,7 +212,9 @@ def _data(args: argparse.Namespace) -> int:
     config = _load_config(args)
     from nlp_attn.data import commands
 
-    print(commands.prepare(config) if args.action == "prepare" else commands.stats(config))
+    print(
+        commands.prepare(config) if args.action == "prepare" else commands.stats(config)
+    )
     return EXIT_OK
 
 

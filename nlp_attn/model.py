@@ -10,7 +10,12 @@ import keras
 import keras_hub
 
 from nlp_attn.config import Config
-from nlp_attn.layers import Kernel, LearnableShift, MaskedMaxPooling, WeightedSumAttention
+from nlp_attn.layers import (
+    Kernel,
+    LearnableShift,
+    MaskedMaxPooling,
+    WeightedSumAttention,
+)
 
 CLASSIFIER_NAME = "classifier"
 TOKENIZER_NAME = "tokenizer"
@@ -79,7 +84,7 @@ def build_classifier(
 
 
 def attention_model(classifier: keras.Model) -> keras.Model:
-    """Re-traces a classifier so it also returns its attention weights.
+    """Wraps a classifier so it also returns its attention weights.
 
     Args:
         classifier: a model made by `build_classifier` (or loaded from a run) whose
@@ -95,18 +100,38 @@ def attention_model(classifier: keras.Model) -> keras.Model:
             "attention weights exist only for model.pooling=attention; this model "
             f"pools with {type(pooling).__name__}"
         )
-    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-    x, attention = token_ids, None
-    for layer in classifier.layers[1:]:
-        if layer is pooling:
-            x, attention = layer(x, return_attention=True)
-        else:
-            x = layer(x)
-    outputs = {"logits": x, "attention": keras.ops.cast(attention, "float32")}
-    return keras.Model(token_ids, outputs, name="attention_model")
+    return AttentionModel(classifier)
 
 
-def end_to_end_model(tokenizer: keras.layers.Layer, classifier: keras.Model) -> keras.Model:
+class AttentionModel(keras.Model):
+    """Runs a classifier's layer chain and keeps the pooling layer's attention.
+
+    A functional re-trace cannot do this: Keras refuses a second call of the
+    pooling layer with more outputs than its first. The layers (and so the
+    weights) are the classifier's own; Keras masks flow between them as in the
+    classifier.
+
+    Args:
+        classifier: a model made by `build_classifier` with attention pooling.
+    """
+
+    def __init__(self, classifier: keras.Model, **kwargs):
+        super().__init__(name="attention_model", **kwargs)
+        self.classifier = classifier
+
+    def call(self, token_ids, training=False):
+        x, attention = token_ids, None
+        for layer in self.classifier.layers[1:]:
+            if layer.name == POOLING_NAME:
+                x, attention = layer(x, return_attention=True, training=training)
+            else:
+                x = layer(x, training=training)
+        return {"logits": x, "attention": keras.ops.cast(attention, "float32")}
+
+
+def end_to_end_model(
+    tokenizer: keras.layers.Layer, classifier: keras.Model
+) -> keras.Model:
     """Puts the tokenizer in front of the classifier: raw strings in, logits out.
 
     Args:
@@ -132,7 +157,9 @@ def classifier_of(model: keras.Model) -> keras.Model:
 def tokenizer_of(model: keras.Model) -> keras.layers.Layer:
     """Returns the tokenizer layer at the front of an end-to-end model."""
     for layer in model.layers:
-        if layer.name != CLASSIFIER_NAME and not isinstance(layer, keras.layers.InputLayer):
+        if layer.name != CLASSIFIER_NAME and not isinstance(
+            layer, keras.layers.InputLayer
+        ):
             return layer
     raise ValueError(f"model {model.name!r} has no tokenizer layer")
 

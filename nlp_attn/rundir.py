@@ -72,7 +72,9 @@ def read_labels(run: str | Path) -> list[str]:
 
 def write_labels(run: str | Path, labels: list[str]) -> None:
     """Writes label names, one a line, in index order."""
-    atomic_write_text(Path(run) / LABELS_FILE, "".join(f"{label}\n" for label in labels))
+    atomic_write_text(
+        Path(run) / LABELS_FILE, "".join(f"{label}\n" for label in labels)
+    )
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -96,8 +98,10 @@ class atomic_path:  # noqa: N801 - used like a function in a `with` statement
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary name ends with the real one, so writers that check the
+        # extension (Keras wants ".keras" or ".weights.h5") accept it.
         handle, name = tempfile.mkstemp(
-            prefix=f".{self.path.stem}-", suffix=self.path.suffix, dir=self.path.parent
+            prefix=".tmp-", suffix=f"-{self.path.name}", dir=self.path.parent
         )
         os.close(handle)
         os.unlink(name)
