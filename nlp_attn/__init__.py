@@ -17,12 +17,12 @@ def _quiet_native_stderr():
     They (missing CUDA drivers, CPU features) are written straight to file
     descriptor 2 before any logging setting applies. Python exceptions are not
     affected: they are raised after the descriptor is restored. Users who set
-    `TF_CPP_MIN_LOG_LEVEL` themselves see everything.
+    `TF_CPP_MIN_LOG_LEVEL` to 0 or 1 see everything.
     """
-    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "tensorflow" in sys.modules:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if os.environ["TF_CPP_MIN_LOG_LEVEL"] in ("0", "1") or "tensorflow" in sys.modules:
         yield
         return
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)

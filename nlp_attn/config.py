@@ -6,6 +6,7 @@ and the resolved config is saved as `config.yaml` in the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import types
@@ -167,14 +168,28 @@ def set_value(config: Config, dotted_key: str, value: Any) -> None:
     section_name, _, key = dotted_key.partition(".")
     section = _section(config, section_name)
     if not key:
-        raise ConfigError(f"'{dotted_key}' is a section; set a key such as "
-                          f"'{section_name}.{_field_names(section)[0]}'")
+        raise ConfigError(
+            f"'{dotted_key}' is a section; set a key such as "
+            f"'{section_name}.{_field_names(section)[0]}'"
+        )
     if isinstance(value, str):
-        try:
-            value = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            pass
+        value = _parse_typed(section, key, value)
     _assign(section, dotted_key, key, value)
+
+
+def _parse_typed(section: Any, key: str, text: str) -> Any:
+    """Parses an override's text as YAML, except for keys that hold strings."""
+    hints = typing.get_type_hints(type(section))
+    hint = hints.get(key)
+    literal_strings = typing.get_origin(hint) is Literal and all(
+        isinstance(choice, str) for choice in typing.get_args(hint)
+    )
+    if hint is str or literal_strings:
+        return text
+    # A value that is not YAML (say, "a: b: c") stays the string typed.
+    with contextlib.suppress(yaml.YAMLError):
+        return yaml.safe_load(text) if text.strip() else ""
+    return text
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -339,6 +354,9 @@ def _coerce(dotted_key: str, value: Any, hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin is Literal:
         choices = typing.get_args(hint)
+        if isinstance(value, bool) and {"on", "off"} <= set(choices):
+            # YAML 1.1 reads a bare on/off in a config file as a boolean.
+            value = "on" if value else "off"
         if value not in choices:
             options = ", ".join(str(choice) for choice in choices)
             raise ConfigError(
@@ -357,6 +375,10 @@ def _coerce(dotted_key: str, value: Any, hint: Any) -> Any:
     elif hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):
+            # PyYAML reads "1e-3" (no dot) as a string; Python reads it as a float.
+            with contextlib.suppress(ValueError):
+                return float(value)
     elif hint is str:
         if isinstance(value, str):
             return value
