@@ -14,6 +14,7 @@ from nlp_attn.layers import (
     Kernel,
     LearnableShift,
     MaskedMaxPooling,
+    MaskedMeanPooling,
     WeightedSumAttention,
 )
 
@@ -168,7 +169,7 @@ def _pooling(kind: str, heads: int) -> keras.layers.Layer:
     if kind == "attention":
         return WeightedSumAttention(num_heads=heads, name=POOLING_NAME)
     if kind == "mean":
-        return keras.layers.GlobalAveragePooling1D(name=POOLING_NAME)
+        return MaskedMeanPooling(name=POOLING_NAME)
     if kind == "max":
         return MaskedMaxPooling(name=POOLING_NAME)
     raise ValueError(f"model.pooling must be attention, mean or max, got {kind!r}")

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from keras import ops
 
-from nlp_attn.layers import Kernel, LearnableShift, WeightedSumAttention
+from nlp_attn.layers import (
+    Kernel,
+    LearnableShift,
+    MaskedMaxPooling,
+    MaskedMeanPooling,
+    WeightedSumAttention,
+)
 
 # (layer class, constructor arguments, input shape, output shape, weight shapes)
 LAYER_CASES = [
@@ -442,3 +448,23 @@ def test_bad_arguments_raise(make_layer, argument, value):
 def test_bad_input_shape_raises_at_build(make_layer, input_shape):
     with pytest.raises(ValueError, match=re.escape(f"input_shape={input_shape}")):
         make_layer().build(input_shape)
+
+
+@pytest.mark.parametrize("layer_class", [MaskedMeanPooling, MaskedMaxPooling])
+def test_comparison_poolings_ignore_padding_and_empty_rows(layer_class):
+    values = np.array(
+        [
+            [[1.0, -2.0], [3.0, 4.0], [100.0, 100.0]],
+            [[5.0, 5.0], [6.0, 6.0], [7.0, 7.0]],
+        ],
+        dtype="float32",
+    )
+    mask = np.array([[True, True, False], [False, False, False]])
+
+    output = keras.ops.convert_to_numpy(layer_class()(values, mask=mask))
+
+    expected_first = [2.0, 1.0] if layer_class is MaskedMeanPooling else [3.0, 4.0]
+    np.testing.assert_allclose(output[0], expected_first)
+    np.testing.assert_array_equal(output[1], [0.0, 0.0])
+    restored = layer_class.from_config(layer_class().get_config())
+    assert isinstance(restored, layer_class)

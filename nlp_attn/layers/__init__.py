@@ -7,6 +7,13 @@ without `custom_objects`; `model.py` assembles them into the classifier.
 from nlp_attn.layers.kernel import Kernel
 from nlp_attn.layers.learnable_shift import LearnableShift
 from nlp_attn.layers.masked_max_pooling import MaskedMaxPooling
+from nlp_attn.layers.masked_mean_pooling import MaskedMeanPooling
 from nlp_attn.layers.weighted_sum_attention import WeightedSumAttention
 
-__all__ = ["Kernel", "LearnableShift", "MaskedMaxPooling", "WeightedSumAttention"]
+__all__ = [
+    "Kernel",
+    "LearnableShift",
+    "MaskedMaxPooling",
+    "MaskedMeanPooling",
+    "WeightedSumAttention",
+]
