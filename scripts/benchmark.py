@@ -68,9 +68,9 @@ def _time_ours(config, prepared, epochs: int) -> tuple[float, float, float]:
         train_ids, labels, config.train.batch_size, shuffle=True, seed=1
     )
     started = time.perf_counter()
-    model.fit(dataset, epochs=1, verbose=0)
+    model.fit(dataset, epochs=1, verbose=0, shuffle=False)
     steady = time.perf_counter()
-    model.fit(dataset, epochs=epochs - 1, verbose=0)
+    model.fit(dataset, epochs=epochs - 1, verbose=0, shuffle=False)
     throughput = (epochs - 1) * len(labels) / (time.perf_counter() - steady)
     test = make_dataset(
         prepared.token_ids["test"],
