@@ -157,14 +157,19 @@ def _train(args: argparse.Namespace) -> int:
     else:
         config = _load_config(args)
 
-    from nlp_attn.train import train
+    from nlp_attn.train import AuditFailed, train
 
-    summary = train(
-        config,
-        run_dir=args.run_dir,
-        resume=args.resume,
-        skip_audit=args.skip_audit,
-    )
+    try:
+        summary = train(
+            config,
+            run_dir=args.run_dir,
+            resume=args.resume,
+            skip_audit=args.skip_audit,
+        )
+    except AuditFailed as failure:
+        print(failure.report.format())
+        print(f"nlp-attn train: error: {failure}", file=sys.stderr)
+        return EXIT_AUDIT_FINDINGS
     print(summary)
     return EXIT_OK
 

@@ -254,12 +254,6 @@ def validate(config: Config) -> None:
         )
     if not config.data.train:
         raise ConfigError("data.train must name a data spec, got an empty value")
-    if config.model.pooling != "attention" and config.model.attention_heads != 1:
-        raise ConfigError(
-            "model.attention_heads applies only to model.pooling=attention, got "
-            f"pooling={config.model.pooling} with attention_heads="
-            f"{config.model.attention_heads}"
-        )
     if config.model.encoder_layers and (
         config.model.embedding_dim % config.model.encoder_heads
     ):

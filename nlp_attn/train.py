@@ -266,6 +266,10 @@ class TrainingState(keras.callbacks.Callback):
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(weights)
+        for generator, state in zip(
+            _seed_generators(model), saved.get("seed_states", []), strict=False
+        ):
+            generator.state.assign(np.asarray(state, dtype=generator.state.dtype))
         logger.info("resuming after epoch %d of the run", self.epoch)
         return self.epoch
 
@@ -307,11 +311,25 @@ class TrainingState(keras.callbacks.Callback):
             "wait": self.wait,
             "history": self.history,
             "weights": weights_name,
+            # Dropout's random state is not part of the weights file.
+            "seed_states": [
+                keras.ops.convert_to_numpy(generator.state).tolist()
+                for generator in _seed_generators(self.model)
+            ],
         }
         rundir.atomic_write_text(self.directory / STATE_FILE, json.dumps(state))
         for old in self.directory.glob("epoch-*.weights.h5"):
             if old.name != weights_name:
                 old.unlink(missing_ok=True)
+
+
+def _seed_generators(model: keras.Model) -> list:
+    """The random-state holders of a model's layers (dropout), in layer order."""
+    return [
+        generator
+        for layer in model._flatten_layers()
+        for generator in getattr(layer, "_seed_generators", [])
+    ]
 
 
 class _EpochCounter(keras.callbacks.Callback):
