@@ -140,3 +140,23 @@ def test_a_corrupt_manual_file_is_refused(tmp_path, monkeypatch):
     config = DataConfig(data_dir=str(tmp_path / "tfds"), manual_dir=str(manual))
     with pytest.raises(DataError, match=f"{rt.CORPUS_FILE}: SHA-256 is .*, expected"):
         read_source("default", config)
+
+
+def test_data_prepare_and_stats_commands(prepared, capsys):
+    from nlp_attn.cli import main
+
+    arguments = ["--set", f"data.data_dir={prepared.data_dir}"]
+
+    assert main(["data", "prepare", *arguments]) == 0
+    prepare_output = capsys.readouterr().out
+    assert main(["data", "stats", *arguments]) == 0
+    stats_output = capsys.readouterr().out
+
+    assert "10,202 examples" in prepare_output
+    assert "1,275 examples" in prepare_output
+    assert "labels: fresh, rotten" in prepare_output
+    for name in ("train", "validation", "test"):
+        assert name in stats_output
+    assert "fresh" in stats_output and "rotten" in stats_output
+    assert "p50" in stats_output
+    assert "data.max_length" in stats_output or "longer than" in stats_output
