@@ -172,7 +172,10 @@ def _learn_wordpieces(config: TokenizerConfig, texts: np.ndarray) -> list[str]:
     `WordPieceTokenizer`, which then tokenizes with the learned vocabulary.
     """
     if config.ngrams > 1:
-        raise ConfigError("tokenizer.ngrams applies to tokenizer.kind=words only")
+        raise ConfigError(
+            "tokenizer.ngrams applies to tokenizer.kind=words only; add "
+            "--set tokenizer.ngrams=1 to use wordpiece"
+        )
     learner = tokenizers.Tokenizer(tokenizers.models.WordPiece(unk_token=UNKNOWN_TOKEN))
     learner.normalizer = tokenizers.normalizers.BertNormalizer(
         clean_text=True,

@@ -30,6 +30,9 @@ BASE_OVERRIDES = [
     "model.embedding_dim=8",
     "model.hidden_units=8",
     "tokenizer.vocabulary_size=200",
+    # Pinned, not inherited from configs/default.yaml: the token assertions
+    # expect unigrams, and WordPiece takes no n-grams.
+    "tokenizer.ngrams=1",
     "data.max_length=16",
 ]
 
