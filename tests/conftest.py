@@ -26,3 +26,19 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory):
+    """A tiny trained run with two-head attention (see run_fixture.py)."""
+    import run_fixture
+
+    return run_fixture.attention_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def mean_run(tmp_path_factory):
+    """A tiny trained run with mean pooling and WordPiece (see run_fixture.py)."""
+    import run_fixture
+
+    return run_fixture.mean_run(tmp_path_factory)

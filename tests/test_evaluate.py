@@ -17,16 +17,6 @@ from nlp_attn.errors import RunError
 from nlp_attn.evaluate import evaluate_run, expected_calibration_error
 
 
-@pytest.fixture(scope="session")
-def run(tmp_path_factory):
-    return run_fixture.attention_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def mean_run(tmp_path_factory):
-    return run_fixture.mean_run(tmp_path_factory)
-
-
 def direct_metrics(run, texts, labels):
     """The report's metrics computed with numpy from the model's own logits."""
     model = keras.saving.load_model(run / rundir.MODEL_FILE)

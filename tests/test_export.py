@@ -8,7 +8,6 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import run_fixture
 import tensorflow as tf
 
 from nlp_attn import export, rundir
@@ -37,16 +36,6 @@ print(json.dumps({
     else None,
 }))
 """
-
-
-@pytest.fixture(scope="session")
-def run(tmp_path_factory):
-    return run_fixture.attention_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def mean_run(tmp_path_factory):
-    return run_fixture.mean_run(tmp_path_factory)
 
 
 @pytest.fixture(scope="session")

@@ -20,16 +20,6 @@ LONG_TEXT = " ".join(["great", "plot"] * 200)
 TEXTS = ["", UNICODE_TEXT, LONG_TEXT]
 
 
-@pytest.fixture(scope="session")
-def run(tmp_path_factory):
-    return run_fixture.attention_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def mean_run(tmp_path_factory):
-    return run_fixture.mean_run(tmp_path_factory)
-
-
 class Terminal(io.StringIO):
     """A stand-in for standard output that says it is a TTY."""
 
